@@ -128,12 +128,17 @@ def init(**keys: Any) -> Config:
         return config
 
 
+def resolve_config() -> Config:
+    """The configuration that code, environment and ``.fiberconfig`` give now."""
+    return config_module.resolve(_all_keys(), _code_values)
+
+
 def runtime() -> Runtime:
     """This process's runtime, created on first use in the master."""
     global _runtime
     with _lock:
         if _runtime is None:
-            config = config_module.resolve(_all_keys(), _code_values)
+            config = resolve_config()
             _install(Runtime(config, uuid.uuid4().hex[:12], transport.new_secret()))
         assert _runtime is not None
         return _runtime

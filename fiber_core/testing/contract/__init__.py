@@ -1,0 +1,1 @@
+"""The contract suite: what every backend must do (see fiber_core.testing)."""
