@@ -67,6 +67,8 @@ CORE_KEYS = (
               "seconds between liveness checks between a process and its parent"),
     ConfigKey("orphan_timeout", float, 5.0,
               "seconds after which a process that lost its parent exits"),
+    ConfigKey("encrypt", boolean, None,
+              "encrypt traffic between processes (CURVE); unset: unless on loopback"),
 )
 
 

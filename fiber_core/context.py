@@ -51,7 +51,7 @@ class Runtime:
             if self._hub is None:
                 host = self.backend.hook.master_address(config=self.config)
                 self._hub = Hub(host, self.secret, self.config.heartbeat,
-                                self.config.orphan_timeout)
+                                self.config.orphan_timeout, self.config.encrypt)
                 logger.debug("hub serving at %s", self._hub.address)
             return self._hub
 

@@ -18,7 +18,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Callable, Deque, Dict, List, Type, TypeVar
+from typing import Any, Callable, Deque, Dict, List, Optional, Type, TypeVar
 
 import zmq
 
@@ -58,7 +58,8 @@ class Timer:
 class Hub:
     """A process's server socket and the thread that serves it."""
 
-    def __init__(self, host: str, secret: str, heartbeat: float, peer_timeout: float) -> None:
+    def __init__(self, host: str, secret: str, heartbeat: float, peer_timeout: float,
+                 encrypt: Optional[bool] = None) -> None:
         ctx = transport.context()
         self._auth = transport.Authenticator(secret)
         self._socket = ctx.socket(zmq.ROUTER)
@@ -66,7 +67,7 @@ class Hub:
         self._socket.router_mandatory = True
         self._socket.heartbeat_ivl = int(heartbeat * 1000)
         self._socket.heartbeat_timeout = int(peer_timeout * 1000)
-        self.address = transport.bind(self._socket, host, secret)
+        self.address = transport.bind(self._socket, host, secret, encrypt)
         self._wake_endpoint = f"inproc://fiber-hub-wake-{id(self)}"
         self._wake_in = ctx.socket(zmq.PULL)
         self._wake_in.bind(self._wake_endpoint)

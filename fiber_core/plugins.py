@@ -65,7 +65,7 @@ class Backend:
         if self.rivals:
             raise BackendError(
                 f"backend {self.name!r} is provided by several distributions: "
-                f"{', '.join([self.distribution, *self.rivals])}; uninstall all but one")
+                f"{', '.join(sorted([self.distribution, *self.rivals]))}; uninstall all but one")
         if self.error:
             raise BackendError(f"backend {self.name!r} (from {self.distribution}) "
                                f"cannot be used: {self.error}")

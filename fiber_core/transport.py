@@ -2,8 +2,8 @@
 
 Every Fiber process of a run shares one secret: a CURVE secret key. A server
 socket admits a peer only when it proves it holds that key (CURVE, encrypted:
-used when the address is reachable from other hosts) or sends it as a PLAIN
-password (loopback only, where the only eavesdropper is root). The check runs in
+the default when the address is reachable from other hosts) or sends it as a
+PLAIN password (the default on loopback, where the only eavesdropper is root). The check runs in
 a ZAP handler, during the handshake, before any message reaches the program, so
 nothing from a stranger is ever unpickled.
 
@@ -19,7 +19,7 @@ import ipaddress
 import logging
 import pickle
 import sys
-from typing import Any, List, Sequence, Union
+from typing import Any, List, Optional, Sequence, Union
 
 import cloudpickle
 import zmq
@@ -31,6 +31,7 @@ Frame = Union[bytes, memoryview, zmq.Frame, pickle.PickleBuffer]
 
 ZAP_ENDPOINT = "inproc://zeromq.zap.01"
 _PLAIN_USER = b"fiber"
+CURVE_SCHEME = "curve+"
 
 
 def new_secret() -> str:
@@ -60,33 +61,36 @@ def context() -> zmq.Context:
     return zmq.Context.instance()
 
 
-def bind(sock: zmq.Socket, host: str, secret: str) -> str:
-    """Make ``sock`` an authenticating server on ``host``; return its address."""
-    address = f"tcp://{host}"
-    if is_loopback(host):
-        sock.plain_server = True
-    else:
+def bind(sock: zmq.Socket, host: str, secret: str, encrypt: Optional[bool] = None) -> str:
+    """Make ``sock`` an authenticating server on ``host``; return its address.
+
+    ``encrypt`` (default: unless ``host`` is loopback) selects CURVE; the
+    address says so (``curve+tcp://``), so that clients follow."""
+    endpoint = f"tcp://[{host}]" if ":" in host else f"tcp://{host}"
+    sock.ipv6 = ":" in host
+    if encrypt is None:
+        encrypt = not is_loopback(host)
+    if encrypt:
         sock.curve_server = True
         sock.curve_secretkey = secret.encode("ascii")
-    if ":" in host:
-        sock.ipv6 = True
-        address = f"tcp://[{host}]"
-    port = sock.bind_to_random_port(address)
-    return f"{address}:{port}"
+    else:
+        sock.plain_server = True
+    port = sock.bind_to_random_port(endpoint)
+    return f"{CURVE_SCHEME if encrypt else ''}{endpoint}:{port}"
 
 
 def connect(sock: zmq.Socket, address: str, secret: str) -> None:
     """Connect ``sock`` to a server made by :func:`bind`, proving we hold ``secret``."""
-    if is_loopback(host_of(address)):
+    if not address.startswith(CURVE_SCHEME):
         sock.plain_username = _PLAIN_USER
         sock.plain_password = secret.encode("ascii")
     else:
+        address = address[len(CURVE_SCHEME):]
         public = _public(secret)
         sock.curve_serverkey = public
         sock.curve_publickey = public
         sock.curve_secretkey = secret.encode("ascii")
-    if address.startswith("tcp://["):
-        sock.ipv6 = True
+    sock.ipv6 = address.startswith("tcp://[")
     sock.connect(address)
 
 
