@@ -9,6 +9,8 @@ works where ``import multiprocessing`` did; ``FIBER_BACKEND``, ``.fiberconfig`` 
 from __future__ import annotations
 
 import os
+import sys
+from types import ModuleType
 from typing import Optional
 
 from fiber_core.config import ConfigError
@@ -17,7 +19,10 @@ from fiber_core.context import current_config, init
 from fiber_core.meta import meta
 from fiber_core.plugins import BackendError
 from fiber_core.process import (
-    Process, active_children, current_process, parent_process,
+    Process,
+    active_children,
+    current_process,
+    parent_process,
 )
 from fiber_core.queues import Queue, SimpleQueue
 
@@ -52,8 +57,6 @@ def set_start_method(method: Optional[str], force: bool = False) -> None:
     """Accepted for compatibility: Fiber always starts fresh interpreters, as 'spawn' does."""
 
 
-def get_context(method: Optional[str] = None):  # type: ignore[no-untyped-def]
+def get_context(method: Optional[str] = None) -> ModuleType:
     """This module, which offers what a ``multiprocessing`` context does."""
-    import fiber_core
-
-    return fiber_core
+    return sys.modules[__name__]

@@ -67,6 +67,9 @@ CORE_KEYS = (
               "seconds between liveness checks between a process and its parent"),
     ConfigKey("orphan_timeout", float, 5.0,
               "seconds after which a process that lost its parent exits"),
+    ConfigKey("pool_max_attempts", int, 3,
+              "times a Pool runs a task whose worker keeps dying before failing it "
+              "with WorkerLostError; 1 turns retries off"),
     ConfigKey("encrypt", boolean, None,
               "encrypt traffic between processes (CURVE); unset: unless on loopback"),
 )

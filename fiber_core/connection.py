@@ -231,8 +231,7 @@ class Connection:
         """Receive an object sent by ``send``; EOFError when the other end is
         closed and nothing is left."""
         self._check_readable()
-        _status, kind, *frames = self._recv(TAKE, b"")
-        return transport.loads(frames)
+        return self._load(self._recv(TAKE, b"")[1:])
 
     def recv_bytes(self, maxlength: Optional[int] = None) -> bytes:
         """Receive one message as bytes."""
@@ -257,6 +256,13 @@ class Connection:
             raise BufferTooShort(data)
         view[offset:offset + len(data)] = data
         return len(data)
+
+    @staticmethod
+    def _load(message: list) -> Any:
+        kind, *frames = message
+        if kind.bytes == RAW:  # bytes sent with send_bytes, read with recv
+            return pickle.loads(frames[0].buffer)
+        return transport.loads(frames)
 
     @staticmethod
     def _message_bytes(message: list) -> bytes:
@@ -301,7 +307,7 @@ class Connection:
         return f"<Connection at {self._address} {state}>"
 
 
-def Pipe(duplex: bool = True) -> Tuple[Connection, Connection]:  # noqa: N802
+def Pipe(duplex: bool = True) -> Tuple[Connection, Connection]:
     """Return two connected ends; with ``duplex=False`` the first only receives
     and the second only sends (as ``multiprocessing.Pipe``)."""
     hub = context.runtime().hub

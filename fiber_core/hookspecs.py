@@ -130,7 +130,7 @@ def spawn(spec: JobSpec, config: Config) -> Job:  # type: ignore[empty-body]
 
 
 @hookspec(firstresult=True)
-def poll(job: Job) -> Optional[int]:  # type: ignore[empty-body]
+def poll(job: Job) -> Optional[int]:
     """Return the job's exit code, or None while it runs (or has not started).
 
     A job killed by signal N returns -N, as ``multiprocessing`` does. Must be

@@ -96,7 +96,8 @@ class Hub:
         with self._wake_lock:
             if cls not in self._services:
                 self._services[cls] = cls(self)  # type: ignore[call-arg]
-            return self._services[cls]  # type: ignore[no-any-return]
+            service: S = self._services[cls]
+            return service
 
     def handle(self, kind: bytes, handler: Callable[[Request], None]) -> None:
         """Route requests of ``kind`` to ``handler`` (called on the hub thread)."""
@@ -195,12 +196,12 @@ class Hub:
             if handler is None:
                 logger.warning("hub: unknown request kind %r", kind.bytes)
                 continue
-            self._run(lambda: handler(Request(peer_id, request_id.bytes, args)))
+            self._run(handler, Request(peer_id, request_id.bytes, args))
 
     @staticmethod
-    def _run(call: Callable[[], None]) -> None:
+    def _run(call: Callable[..., None], *args: Any) -> None:
         try:
-            call()
+            call(*args)
         except Exception:  # a broken request must not stop the hub
             logger.exception("hub: a request failed")
 
@@ -210,7 +211,7 @@ class Hub:
 
     def _gone(self, peer: bytes) -> None:
         for listener in self._gone_listeners:
-            self._run(lambda: listener(peer))
+            self._run(listener, peer)
 
     def _sweep(self) -> None:
         limit = time.monotonic() - self._peer_timeout

@@ -124,11 +124,14 @@ class Popen:
         self.job: hookspecs.Job = self.backend.hook.spawn(spec=spec, config=runtime.config)
         self.returncode: Optional[int] = None
         timeout = runtime.config.start_timeout
-        hub.post(lambda: hub.at(time.monotonic() + timeout, self._check_started))
+        hub.post(lambda: self._watch_start(hub, timeout))
 
     @property
     def pid(self) -> Optional[int]:
         return self.job.pid if self.job.pid is not None else self.record.pid
+
+    def _watch_start(self, hub: Hub, timeout: float) -> None:
+        hub.at(time.monotonic() + timeout, self._check_started)
 
     def _check_started(self) -> None:
         if not self.record.connected.is_set() and self.poll() is None:
@@ -176,6 +179,8 @@ class BaseProcess:
                  kwargs: Optional[Mapping[str, Any]] = None, *,
                  daemon: Optional[bool] = None) -> None:
         assert group is None, "group argument must be None for now"
+        self._target: Optional[Callable[..., Any]]
+        self._started_children: int
         parent = current_process()
         parent._started_children += 1
         self._identity: Tuple[int, ...] = (*parent._identity, parent._started_children)
@@ -190,7 +195,6 @@ class BaseProcess:
         self._popen: Optional[Popen] = None
         self._closed = False
         self._started_children = 0
-        self._pid: Optional[int] = None
 
     def run(self) -> None:
         """The process's activity: calls the target (override in a subclass)."""

@@ -141,3 +141,4 @@ def loads(frames: Sequence[Frame]) -> Any:
 def python_version() -> str:
     """``major.minor``: cloudpickle needs the same one at both ends."""
     return f"{sys.version_info[0]}.{sys.version_info[1]}"
+

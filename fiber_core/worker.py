@@ -18,8 +18,15 @@ from fiber_core import config, context, transport
 from fiber_core.hookspecs import SECRET_ENV, SECRET_FILE_ENV
 from fiber_core.peers import HubLost, Peer, Peers
 from fiber_core.process import (
-    ADDRESS_ENV, EXIT, HELLO, KEY_ENV, Payload, _ParentProcess, current_process,
-    kill_children, set_worker_identity,
+    ADDRESS_ENV,
+    EXIT,
+    HELLO,
+    KEY_ENV,
+    Payload,
+    _ParentProcess,
+    current_process,
+    kill_children,
+    set_worker_identity,
 )
 
 _DEFAULTS = {key.name: key.default for key in config.CORE_KEYS}

@@ -3,7 +3,6 @@ and strangers cannot talk to a run."""
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys

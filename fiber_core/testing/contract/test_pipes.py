@@ -122,7 +122,7 @@ def test_one_way_pipe() -> None:
 
 
 def test_closed_connection_raises() -> None:
-    a, b = fiber_core.Pipe()
+    a, _ = fiber_core.Pipe()
     a.close()
     assert a.closed
     with pytest.raises(OSError, match="closed"):
