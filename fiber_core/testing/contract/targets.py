@@ -52,3 +52,11 @@ def start_child(queue: Any, target: Any, *args: Any) -> None:
     child.start()
     child.join()
     queue.put(child.exitcode)
+
+
+def put_config(queue: Any) -> None:
+    """Report the backend and configuration this process inherited."""
+    from fiber_core import context
+
+    runtime = context.runtime()
+    queue.put((runtime.backend.name, runtime.config.log_level, runtime.run_id))

@@ -197,3 +197,17 @@ def test_meta_rejects_unknown_and_bad_hints() -> None:
 
 def test_cpu_count() -> None:
     assert fiber_core.cpu_count() == os.cpu_count()
+
+
+def test_children_inherit_backend_and_config(backend: str) -> None:
+    from fiber_core import context
+
+    previous = context.runtime().config.log_level
+    fiber_core.init(log_level="ERROR")
+    try:
+        queue = fiber_core.SimpleQueue()
+        run(targets.start_child, queue, targets.put_config, queue)
+        assert queue.get() == (backend, "ERROR", context.runtime().run_id)
+        assert queue.get() == 0
+    finally:
+        fiber_core.init(log_level=previous)
