@@ -22,7 +22,8 @@ def start_script(tmp_path: Path, source: str, *args: str) -> subprocess.Popen:
     script = tmp_path / "program.py"
     script.write_text(textwrap.dedent(source))
     return subprocess.Popen([sys.executable, str(script), *args], cwd=tmp_path,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
 
 
 def alive(pid: int) -> bool:
@@ -59,6 +60,7 @@ TREE = """
         p = fiber_core.Process(target=child, args=(queue,), daemon=True)
         p.start()
         print(p.pid, queue.get(timeout=60), flush=True)
+        sys.stdin.readline()  # the test has seen both processes alive
         if sys.argv[1] == "raise":
             raise RuntimeError("the master fails")
         if sys.argv[1] == "wait":
@@ -72,6 +74,9 @@ def test_no_process_left_behind(tmp_path: Path, ending: str) -> None:
     assert master.stdout is not None
     pids = [int(pid) for pid in master.stdout.readline().split()]
     assert len(pids) == 2 and all(alive(pid) for pid in pids)
+    assert master.stdin is not None
+    master.stdin.write("go\n")
+    master.stdin.flush()
     if ending == "sigkill":
         master.send_signal(signal.SIGKILL)
     master.wait(60)
