@@ -18,6 +18,7 @@ from fiber_core.connection import Connection, Pipe
 from fiber_core.context import current_config, init
 from fiber_core.meta import meta
 from fiber_core.plugins import BackendError
+from fiber_core.pool import Pool, TimeoutError, WorkerLostError
 from fiber_core.process import (
     Process,
     active_children,
@@ -29,10 +30,10 @@ from fiber_core.queues import Queue, SimpleQueue
 __version__ = "0.1.0"
 
 __all__ = [
-    "BackendError", "ConfigError", "Connection", "Pipe", "Process", "Queue",
-    "SimpleQueue", "active_children", "cpu_count", "current_config", "current_process",
-    "freeze_support", "get_context", "get_start_method", "init", "meta", "parent_process",
-    "set_start_method",
+    "BackendError", "ConfigError", "Connection", "Pipe", "Pool", "Process", "Queue",
+    "SimpleQueue", "TimeoutError", "WorkerLostError", "active_children", "cpu_count",
+    "current_config", "current_process", "freeze_support", "get_context", "get_start_method",
+    "init", "meta", "parent_process", "set_start_method",
 ]
 
 
