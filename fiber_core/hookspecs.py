@@ -144,6 +144,14 @@ def terminate(job: Job, force: bool) -> None:
 
 
 @hookspec(firstresult=True)
+def job_output(job: Job) -> Optional[str]:
+    """Optional. Return the last lines the job wrote (stdout and stderr), or None.
+
+    The core quotes them when a job fails before connecting back (a missing
+    module or a wrong interpreter in an image, say)."""
+
+
+@hookspec(firstresult=True)
 def shutdown(run_id: str) -> None:
     """Release what the backend holds for this run (shared secrets, clients).
 

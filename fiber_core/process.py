@@ -143,7 +143,15 @@ class Popen:
         """The exit code, or None while the job runs."""
         if self.returncode is None:
             self.returncode = self.backend.hook.poll(job=self.job)
+            if self.returncode and self.returncode > 0 and not self.record.connected.is_set():
+                self._report_early_exit(self.returncode)
         return self.returncode
+
+    def _report_early_exit(self, code: int) -> None:
+        output = self.backend.hook.job_output(job=self.job)
+        logger.error("%s (job %s) exited with code %d before connecting back to its "
+                     "parent%s", self.record.name, self.job.id, code,
+                     f"; its last output:\n{output}" if output else "")
 
     def wait(self, timeout: Optional[float] = None) -> Optional[int]:
         """Wait up to ``timeout`` seconds (None: for ever) for the exit code."""

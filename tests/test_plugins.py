@@ -92,7 +92,7 @@ def test_hookspecs_are_documented() -> None:
     guide = Path(__file__).parent.parent / "docs" / "writing-a-backend.md"
     text = guide.read_text()
     for name in ("backend_info", "detect_environment", "master_address", "spawn",
-                 "poll", "terminate", "shutdown"):
+                 "poll", "terminate", "job_output", "shutdown"):
         hook = getattr(hookspecs, name)
         assert hook.__doc__, name
         assert f"`{name}" in text, f"hook {name} is missing from {guide.name}"

@@ -1,4 +1,5 @@
-"""Fixtures of the contract suite: which backend, and no process left behind."""
+"""Fixtures of the contract suite: which backend (``--fiber-backend``, declared in
+fiber_core.testing.pytest_plugin), and no process left behind."""
 
 from __future__ import annotations
 
@@ -10,13 +11,6 @@ import pytest
 
 import fiber_core
 from fiber_core import context
-
-
-def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption(
-        "--fiber-backend", action="append", default=[],
-        help="backend to run the contract suite against (repeatable; "
-             "default: $FIBER_TEST_BACKEND or local)")
 
 
 def _backends(config: pytest.Config) -> List[str]:
