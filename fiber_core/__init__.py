@@ -16,6 +16,7 @@ from typing import Optional
 from fiber_core.config import ConfigError
 from fiber_core.connection import Connection, Pipe
 from fiber_core.context import current_config, init
+from fiber_core.managers import AsyncManager, Manager
 from fiber_core.meta import meta
 from fiber_core.plugins import BackendError
 from fiber_core.pool import Pool, TimeoutError, WorkerLostError
@@ -26,12 +27,27 @@ from fiber_core.process import (
     parent_process,
 )
 from fiber_core.queues import Queue, SimpleQueue
+from fiber_core.ring import Ring
+from fiber_core.sharedstate import (
+    Array,
+    Barrier,
+    BoundedSemaphore,
+    Condition,
+    Event,
+    JoinableQueue,
+    Lock,
+    RLock,
+    Semaphore,
+    Value,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "BackendError", "ConfigError", "Connection", "Pipe", "Pool", "Process", "Queue",
-    "SimpleQueue", "TimeoutError", "WorkerLostError", "active_children", "cpu_count",
+    "Array", "AsyncManager", "BackendError", "Barrier", "BoundedSemaphore", "Condition",
+    "ConfigError", "Connection", "Event", "JoinableQueue", "Lock", "Manager", "Pipe", "Pool",
+    "Process", "Queue", "RLock", "Ring", "Semaphore", "SimpleQueue", "TimeoutError", "Value",
+    "WorkerLostError", "active_children", "cpu_count",
     "current_config", "current_process", "freeze_support", "get_context", "get_start_method",
     "init", "meta", "parent_process", "set_start_method",
 ]
