@@ -119,8 +119,10 @@ class Hub:
 
     def post(self, call: Callable[[], None]) -> None:
         """Run ``call`` on the hub thread soon (from any thread)."""
-        self._calls.append(call)
         with self._wake_lock:
+            if self._wake_out.closed:
+                return  # the hub has stopped: nothing will run it
+            self._calls.append(call)
             self._wake_out.send(b"", zmq.NOBLOCK)
 
     def at(self, deadline: float, callback: Callable[[], None]) -> Timer:
@@ -163,8 +165,9 @@ class Hub:
         except zmq.ContextTerminated:
             pass
         finally:
-            for sock in (self._socket, self._wake_in, self._wake_out):
-                sock.close(linger=0)
+            with self._wake_lock:
+                for sock in (self._socket, self._wake_in, self._wake_out):
+                    sock.close(linger=0)
             self._auth.close()
 
     def _next_timeout(self) -> int:
