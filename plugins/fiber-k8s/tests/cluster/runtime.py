@@ -1,6 +1,6 @@
 """The "process" runtime: a container is a local process group; pods share 127.0.0.1.
 
-Every container process carries ``FIBER_TESTCLUSTER_POD=<cluster>/<pod uid>`` in its
+Every container process carries ``TESTCLUSTER_POD=<cluster>/<pod uid>`` in its
 environment so that descendants which left the process group (daemons) are still
 found and killed when the container ends, as a container's PID namespace would.
 Volumes are bind-mounted in a private mount namespace (``unshare --mount``).
@@ -20,7 +20,8 @@ from pathlib import Path
 from .meta import LOG, Obj
 from .podspec import Mount
 
-MARKER = "FIBER_TESTCLUSTER_POD"
+MARKER = "TESTCLUSTER_POD"
+"""Not FIBER_*: fiber-core reads those as configuration keys and refuses unknown ones."""
 
 
 class StartError(Exception):
