@@ -487,6 +487,17 @@ class _Holder:
         self.known: OrderedDict[bytes, None] = OrderedDict()
         self.lone = False
         """Holds a chunk whose earlier worker died: it runs alone."""
+        self.gone = False
+        """Its connection is gone (a send failed): it is sent nothing more, and its
+        record stays until it is reported lost, which re-queues what it holds."""
+
+    def drop(self, task: _Task) -> None:
+        """``task`` is no longer this worker's."""
+        del self.held[task.id]
+        self.seconds -= task.estimate
+        if not self.held:
+            self.lone = False
+            self.seconds = 0.0
 
 
 def _room(holder: _Holder, seconds: Optional[float]) -> bool:
@@ -648,13 +659,8 @@ class _Dispatcher:
             task = self.tasks.pop(task_id, None)
             if task is None:
                 continue  # a late duplicate of a chunk that was run again
-            holder = task.holder
-            if holder is not None:
-                del holder.held[task.id]
-                holder.seconds -= task.estimate
-                if not holder.held:
-                    holder.lone = False
-                    holder.seconds = 0.0
+            if task.holder is not None:
+                task.holder.drop(task)
             feed = task.feed
             feed.seconds = seconds if feed.seconds is None else (
                 0.8 * feed.seconds + 0.2 * seconds)
@@ -691,7 +697,8 @@ class _Dispatcher:
             return
         maxtasks = self.pool._maxtasksperchild
         ready = sorted((holder for holder in self.workers.values()
-                        if not holder.lone and not (maxtasks and holder.assigned >= maxtasks)),
+                        if not (holder.lone or holder.gone
+                                or (maxtasks and holder.assigned >= maxtasks))),
                        key=lambda holder: len(holder.held))
         batches: Dict[bytes, List[_Task]] = {}
         for holder in ready:
@@ -744,11 +751,17 @@ class _Dispatcher:
                                   for task in tasks])
         if not self._send(holder.id, poolworker.pack(
                 TASKS, manifest, [*def_frames, *(task.frames for task in tasks)])):
-            # It is going away: take the chunks back, uncharged; it is reported lost soon.
-            self.workers.pop(holder.id, None)
+            # It is going away and is reported lost soon: take this batch back,
+            # uncharged (it never got it), and send it nothing more. Keep its record,
+            # though: lost() must still re-queue the chunks it was sent before. (A
+            # worker that dies just after sending a result holds its next chunk; the
+            # dispatcher, reading that result late, refills the worker, the send fails,
+            # and forgetting the worker here lost that next chunk for good.)
+            holder.gone = True
             for task in reversed(tasks):
+                holder.drop(task)
                 task.holder = None
-                self.pending.appendleft(task)
+                (self.suspects if task.attempts else self.pending).appendleft(task)
 
     def _send(self, worker_id: bytes, frames: List[transport.Frame]) -> bool:
         try:

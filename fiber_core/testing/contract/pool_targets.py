@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import queue
 import signal
 import threading
 import time
@@ -25,8 +26,10 @@ def add(x: int, y: int) -> int:
     return x + y
 
 
-def pid(_: Any = None) -> int:
-    return os.getpid()
+def pid(_: Any = None) -> str:
+    """Which worker ran the task. Its process name, not os.getpid(): OS pids repeat
+    across containers and hosts (every container's worker may be pid 7)."""
+    return fiber_core.current_process().name
 
 
 def sleep_then(x: Any, seconds: float = 0.05) -> Any:
@@ -81,3 +84,23 @@ def counting(drawn: List[int]) -> Iterator[int]:
         drawn[0] = n
         yield n
         n += 1
+
+
+def dies_after_a_result(x: int, started: Any, go: Any) -> int:
+    """For the test of a worker that dies holding a chunk just after sending a result:
+    0 sets the job's chunk time (so workers are sent a chunk ahead); 1 says it runs,
+    then waits for ``go``; 2 says it runs, then hangs (to be killed) unless ``go``
+    holds a token (its retry); the others return at once."""
+    if x == 0:
+        time.sleep(0.05)
+    elif x == 1:
+        started.put(1)
+        go.get(timeout=60)
+        time.sleep(0.01)  # past the worker's FLUSH_SECONDS: the result goes before 2 runs
+    elif x == 2:
+        try:
+            go.get_nowait()
+        except queue.Empty:
+            started.put(2)
+            time.sleep(600)
+    return x

@@ -15,6 +15,7 @@ import pytest
 import fiber_core
 from fiber_core import pool as pool_module
 from fiber_core.meta import get_meta
+from fiber_core.poolworker import STOP
 from fiber_core.testing.contract import pool_targets as targets
 
 pytestmark = pytest.mark.timeout(120)
@@ -293,6 +294,43 @@ def test_killed_worker_during_map_async() -> None:
             process.kill()
         assert result.get(timeout=60) == list(range(40))
         wait_for(lambda: len(pool._pool) == 3 and all(p.is_alive() for p in pool._pool))
+
+
+def test_worker_dying_just_after_a_result_loses_nothing(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker holding chunks 1 and 2 sends 1's result and dies. The dispatcher
+    reads that result only afterwards (it was busy), when its ROUTER already knows
+    the worker is gone, so the next chunk it sends the worker fails: chunk 2 must
+    still run again when the worker is reported lost. (The dispatcher is held up on
+    purpose, and the exit-code polling held back, to get exactly that order.)"""
+    monkeypatch.setattr(pool_module, "WORKER_POLL", 3600)  # reap only when told to
+    started, go = fiber_core.Queue(), fiber_core.Queue()
+    held_up, dead = threading.Event(), threading.Event()
+    with fiber_core.Pool(1) as pool:
+        result = pool.starmap_async(targets.dies_after_a_result,
+                                    [(x, started, go) for x in range(5)], 1)
+        assert started.get(timeout=60) == 1  # the worker holds chunks 1 and 2
+        dispatcher = pool._dispatcher
+        worker_id, victim = next(iter(pool._workers.items()))
+
+        def hold_up() -> None:  # on the dispatcher thread, until its ROUTER drops the worker
+            held_up.set()
+            dead.wait(60)
+            deadline = time.monotonic() + 60
+            while dispatcher._send(worker_id, [STOP]) and time.monotonic() < deadline:
+                time.sleep(0.01)
+
+        dispatcher.post(hold_up)
+        assert held_up.wait(60)
+        go.put("go")  # chunk 1 returns (its result waits, unread); chunk 2 starts
+        assert started.get(timeout=60) == 2
+        victim.kill()
+        victim.join()
+        dead.set()
+        wait_for(lambda: result._number_left == 3)  # chunk 1's result was read
+        go.put("retry")
+        pool._workers_changed.set()  # now reap the worker (and start another)
+        assert result.get(timeout=30) == list(range(5))
 
 
 def test_poison_task_fails_after_bounded_attempts() -> None:
