@@ -121,6 +121,9 @@ class Authenticator:
         self.socket.send_multipart([version, request_id, *status, b"", b""])
 
     def close(self) -> None:
+        # Unbind first: closing alone frees the endpoint only later, and a hub
+        # started next in this process could not bind its handler.
+        self.socket.unbind(ZAP_ENDPOINT)
         self.socket.close()
 
 
