@@ -143,8 +143,20 @@ class FiberServer(managers.Server):
         _servers[self.address] = self
 
     def accepter(self) -> None:
+        """The stdlib's loop, but a connection that arrives while the interpreter
+        shuts down (a proxy's decref at exit), when Python 3.12+ refuses new
+        threads, is handled here rather than left waiting for ever."""
         _accepting.server = True
-        super().accepter()
+        while True:
+            try:
+                connection = self.listener.accept()
+            except OSError:
+                continue
+            try:
+                threading.Thread(target=self.handle_request, args=(connection,),
+                                 daemon=True).start()
+            except RuntimeError:
+                self.handle_request(connection)
 
 
 _accepting = threading.local()
