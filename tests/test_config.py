@@ -102,8 +102,8 @@ def test_init_validates_and_applies(config_file: Path, monkeypatch: pytest.Monke
     monkeypatch.setattr(context, "_code_values", {})
     with pytest.raises(ConfigError, match="unknown configuration key 'nope'"):
         fiber_core.init(nope=1)
-    with pytest.raises(fiber_core.BackendError, match="pip install fiber-k8s"):
-        fiber_core.init(backend="kubernetes")
+    with pytest.raises(fiber_core.BackendError, match="pip install fiber-slurm"):
+        fiber_core.init(backend="slurm")
     assert fiber_core.init(backend="local", log_level="debug").log_level == "DEBUG"
     assert fiber_core.current_config().backend == "local"
     fiber_core.init(log_level="warning")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from fiber_core import hookspecs
+from fiber_core import hookspecs, plugins
 from fiber_core.plugins import BackendError, Registry
 
 
@@ -16,12 +16,13 @@ def test_installed_local_backend_is_found_and_is_the_fallback() -> None:
 
 
 def test_good_plugin_is_selected_by_priority(install, good_backend) -> None:
-    install("fiber-fake", {"fake": "fake_good"}, {"fake_good": good_backend(priority=10)})
+    install("fiber-fake", {"fake": "fake_good"}, {"fake_good": good_backend(priority=1000)})
     registry = Registry()
-    assert [b.name for b in registry.ordered()][:2] == ["fake", "local"]
+    names = [b.name for b in registry.ordered()]
+    assert names[0] == "fake" and names[-1] == "local"
     assert registry.select().name == "fake"
     assert registry.backends["fake"].version == "1.0"
-    assert [key.name for key in registry.config_keys()] == ["flavour"]
+    assert "flavour" in [key.name for key in registry.config_keys()]
 
 
 def test_plugin_that_does_not_apply_is_skipped(install, good_backend) -> None:
@@ -32,8 +33,9 @@ def test_plugin_that_does_not_apply_is_skipped(install, good_backend) -> None:
 
 
 def test_unknown_backend_names_installed_ones_and_distribution() -> None:
+    only_local = [found for found in plugins._entry_points() if found[0].name == "local"]
     with pytest.raises(BackendError) as error:
-        Registry().select("kubernetes")
+        Registry(only_local).select("kubernetes")
     assert str(error.value) == ("no backend 'kubernetes' installed (installed: local); "
                                 "pip install fiber-k8s")
     with pytest.raises(BackendError, match="pip install fiber-slurm"):
